@@ -1,0 +1,1 @@
+"""sod_lightning: train, compare and ship salient object detection models (Lightning + Hydra)."""
