@@ -79,8 +79,19 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
         if hasattr(lg, "log_hyperparams"):
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    try:
+        results = _fit_and_test(cfg, trainer, module, datamodule, output_dir)
+    finally:
+        _finish_loggers(loggers, trainer)
+    if trainer.is_global_zero:
+        print(f"Run folder: {output_dir}")
+    return results
+
+
+def _fit_and_test(cfg: DictConfig, trainer: pl.Trainer, module: SODModule, datamodule: pl.LightningDataModule,
+                  output_dir: Path) -> dict[str, dict[str, Any]]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), output_dir))
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
     ckpt = trainer.checkpoint_callback
     if ckpt is not None and ckpt.best_model_score is not None:
         results["val"] = {"maxf": float(ckpt.best_model_score), "best_checkpoint": ckpt.best_model_path}
@@ -93,6 +104,19 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
             write_results(module.test_results, output_dir)
             print_table(results, module.test_set_names)
     return results
+
+
+def _finish_loggers(loggers: list[Any], trainer: pl.Trainer) -> None:
+    """Close wandb runs (one per job, so sweeps start a fresh run) and print how to upload offline ones."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger) and lg._experiment is not None:
+            run_dir = Path(lg.experiment.dir).parent
+            offline = lg.experiment.settings.mode == "offline" if hasattr(lg.experiment, "settings") else True
+            lg.experiment.finish()
+            if offline and trainer.is_global_zero:
+                print(f"wandb run saved offline; upload it later with: wandb sync {run_dir}")
 
 
 def write_results(test_results: dict[str, dict[str, Any]], output_dir: Path) -> None:

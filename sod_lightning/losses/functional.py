@@ -17,6 +17,11 @@ _SSIM_C2 = 0.03**2
 _PADDING = {"zeros": "constant", "reflect": "reflect"}
 
 
+def _float(x: Tensor) -> Tensor:
+    """At least float32: half precision is promoted, float64 (used by the reference tests) is kept."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def _check_pair(logits: Tensor, target: Tensor) -> None:
     if logits.ndim != 4 or logits.shape[1] != 1:
         raise ValueError(f"logits: expected shape (B, 1, H, W), got {tuple(logits.shape)}.")
@@ -35,7 +40,7 @@ def bce(logits: Tensor, target: Tensor) -> Tensor:
         0.6931
     """
     _check_pair(logits, target)
-    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+    return F.binary_cross_entropy_with_logits(_float(logits), _float(target).to(_float(logits).dtype))
 
 
 def iou(logits: Tensor, target: Tensor) -> Tensor:
@@ -50,7 +55,8 @@ def iou(logits: Tensor, target: Tensor) -> Tensor:
         tensor(True)
     """
     _check_pair(logits, target)
-    p, t = torch.sigmoid(logits.float()), target.float()
+    p = torch.sigmoid(_float(logits))
+    t = target.to(p.dtype)
     inter = (p * t).sum(dim=(1, 2, 3))
     union = t.sum(dim=(1, 2, 3)) + p.sum(dim=(1, 2, 3)) - inter
     return (1.0 - inter / union).mean()
@@ -79,9 +85,15 @@ def ssim(prob: Tensor, target: Tensor, window_size: int = 11, sigma: float = 1.5
     if padding not in _PADDING:
         raise ValueError(f"ssim padding: expected one of {sorted(_PADDING)}, got '{padding}'.")
     border = _PADDING[padding]
+    if padding == "reflect" and min(prob.shape[-2:]) <= window_size // 2:
+        raise ValueError(
+            f"ssim with reflect padding needs maps larger than {window_size // 2} pixels per side, got "
+            f"{tuple(prob.shape[-2:])}; use padding='zeros' or larger inputs."
+        )
     with torch.autocast(device_type=prob.device.type, enabled=False):
-        x, y = prob.float(), target.float()
-        kernel = get_gaussian_kernel2d((window_size, window_size), (sigma, sigma)).to(x)
+        x = _float(prob)
+        y = target.to(x.dtype)
+        kernel = get_gaussian_kernel2d((window_size, window_size), (sigma, sigma), device=x.device, dtype=x.dtype)
         mu_x, mu_y = filter2d(x, kernel, border_type=border), filter2d(y, kernel, border_type=border)
         sxx = filter2d(x * x, kernel, border_type=border) - mu_x**2
         syy = filter2d(y * y, kernel, border_type=border) - mu_y**2
@@ -93,7 +105,7 @@ def ssim(prob: Tensor, target: Tensor, window_size: int = 11, sigma: float = 1.5
 
 def ssim_loss(logits: Tensor, target: Tensor, padding: str = "zeros") -> Tensor:
     """``1 - SSIM(sigmoid(logits), target)``: BASNet's scale (kornia's ``ssim_loss`` is half of this)."""
-    return 1.0 - ssim(torch.sigmoid(logits.float()), target, padding=padding)
+    return 1.0 - ssim(torch.sigmoid(_float(logits)), target, padding=padding)
 
 
 def hybrid(logits: Tensor, target: Tensor, ssim_padding: str = "zeros") -> Tensor:

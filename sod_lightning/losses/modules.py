@@ -6,7 +6,6 @@ Each is called as ``loss(logits, target) -> scalar`` on one ``(B, 1, H, W)`` map
 
 from __future__ import annotations
 
-from segmentation_models_pytorch.losses import DiceLoss as _SMPDiceLoss
 from torch import Tensor, nn
 
 from sod_lightning.losses import functional as LF
@@ -56,8 +55,10 @@ class DiceLoss(nn.Module):
 
     def __init__(self, smooth: float = 0.0, eps: float = 1e-7) -> None:
         super().__init__()
+        from segmentation_models_pytorch.losses import DiceLoss as _SMPDiceLoss  # smp is slow to import
+
         self.dice = _SMPDiceLoss(mode="binary", from_logits=True, smooth=smooth, eps=eps)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         LF._check_pair(logits, target)
-        return self.dice(logits.float(), target.float())
+        return self.dice(LF._float(logits), LF._float(target))
