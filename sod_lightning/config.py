@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -20,3 +21,20 @@ def to_plain(cfg: Any) -> Any:
     if isinstance(cfg, (list, tuple)):
         return type(cfg)(to_plain(v) for v in cfg)
     return cfg
+
+
+def sweep_group() -> str | None:
+    """The wandb group of a multirun's jobs: ``multirun-<date>_<time>`` from the sweep folder; None in a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    parts = Path(hc.sweep.dir).parts
+    return "multirun-" + "_".join(parts[-2:]) if len(parts) >= 2 else f"multirun-{parts[-1]}"
+
+
+OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)

@@ -125,16 +125,16 @@ class SODModule(pl.LightningModule):
             metric.update(p.clamp(0, 1), torch.stack([batch["mask_orig"][i] for i in idx]).to(p))
         return probs
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._update_metrics(self.val_metrics, batch)
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._update_metrics(self.val_metrics, batch)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.log_dict({f"val/{k}": v for k, v in values.items() if v.ndim == 0}, prog_bar=True, sync_dist=False)
         self.val_metrics.reset()
 
-    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._update_metrics(self.test_metrics[_key(self.test_set_names[dataloader_idx])], batch)
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        return self._update_metrics(self.test_metrics[_key(self.test_set_names[dataloader_idx])], batch)
 
     def on_test_epoch_end(self) -> None:
         self.test_results = {}

@@ -46,6 +46,8 @@ def compose_config(overrides: Sequence[str] = (), output_dir: Path | None = None
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir)
     HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in a real run: the job's config has no hydra node (HydraConfig holds it)
     return cfg
 
 

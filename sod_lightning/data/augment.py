@@ -45,6 +45,11 @@ class Normalize(nn.Module):
             x = x.flip(1)
         return (x * self.scale - self.mean.to(x)) / self.std.to(x)
 
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Back to RGB in [0, 1], for showing inputs (``imagenet_max`` inputs come back divided by their maximum)."""
+        x = (x * self.std.to(x) + self.mean.to(x)) / self.scale
+        return (x.flip(1) if self.bgr else x).clamp(0, 1)
+
 
 def build_augmentation(
     size: Sequence[int],

@@ -37,14 +37,23 @@ class SSIMLoss(nn.Module):
 
 
 class HybridLoss(nn.Module):
-    """BASNet's ``BCE + (1 - SSIM) + IoU``; ``ssim_padding="zeros"`` (the official borders) by default."""
+    """BASNet's ``BCE + (1 - SSIM) + IoU``; ``ssim_padding="zeros"`` (the official borders) by default.
 
-    def __init__(self, ssim_padding: str = "zeros") -> None:
+    The term weights (all 1 in BASNet) are exposed so that sweeps can search them.
+    """
+
+    def __init__(self, ssim_padding: str = "zeros", bce_weight: float = 1.0, ssim_weight: float = 1.0,
+                 iou_weight: float = 1.0) -> None:
         super().__init__()
         self.ssim_padding = ssim_padding
+        self.weights = (float(bce_weight), float(ssim_weight), float(iou_weight))
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return LF.hybrid(logits, target, self.ssim_padding)
+        if self.weights == (1.0, 1.0, 1.0):
+            return LF.hybrid(logits, target, self.ssim_padding)
+        wb, ws, wi = self.weights
+        return (wb * LF.bce(logits, target) + ws * LF.ssim_loss(logits, target, self.ssim_padding)
+                + wi * LF.iou(logits, target))
 
 
 class DiceLoss(nn.Module):
