@@ -1,0 +1,154 @@
+"""Throughput of the SOD metrics against pysodmetrics on the same 400x300 maps.
+
+Usage::
+
+    python benchmarks/metrics.py                 # CPU, 60 maps, batch 1 (how validation calls the metric)
+    python benchmarks/metrics.py --device cuda   # the torch side on a GPU (pysodmetrics stays on the CPU)
+    python benchmarks/metrics.py --n 100 --batch-size 8 --threads 2
+
+Prints images/s of each metric family and of the full set for both implementations, their ratio, and the
+largest absolute difference between the two full-set results (a sanity check that the maps are comparable).
+The maps are synthetic (random ellipses, noisy predictions with smooth borders), generated with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import torch
+
+
+def make_maps(n: int, height: int = 300, width: int = 400, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n`` (pred, gt) uint8 pairs: ellipse masks, predictions = blurred mask + noise, clipped."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width]
+    maps = []
+    for _ in range(n):
+        cy, cx = rng.uniform(0.3, 0.7) * height, rng.uniform(0.3, 0.7) * width
+        ry, rx = rng.uniform(0.1, 0.4) * height, rng.uniform(0.1, 0.4) * width
+        r = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+        gt = (r < 1).astype(np.uint8) * 255
+        soft = 1 / (1 + np.exp((r - rng.uniform(0.9, 1.1)) * 8))
+        pred = np.clip(soft * 255 + rng.normal(0, 25, gt.shape), 0, 255).astype(np.uint8)
+        maps.append((pred, gt))
+    return maps
+
+
+def _pysod_factories() -> dict[str, list]:
+    import py_sod_metrics as psm
+
+    return {
+        "mae": [psm.MAE],
+        "fmeasure": [psm.Fmeasure],
+        "smeasure": [psm.Smeasure],
+        "emeasure": [psm.Emeasure],
+        "wfmeasure": [psm.WeightedFmeasure],
+        "full set": [psm.MAE, psm.Fmeasure, psm.Smeasure, psm.Emeasure, psm.WeightedFmeasure],
+        "full w/o wfm": [psm.MAE, psm.Fmeasure, psm.Smeasure, psm.Emeasure],
+    }
+
+
+def bench_pysod(maps, classes) -> tuple[float, float]:
+    """Images/s (wall clock, process CPU time) of pysodmetrics ``step`` over ``maps`` for the given classes."""
+    metrics = [cls() for cls in classes]
+    start, cpu = time.perf_counter(), time.process_time()
+    for pred, gt in maps:
+        for m in metrics:
+            m.step(pred, gt)
+    for m in metrics:
+        m.get_results()
+    return len(maps) / (time.perf_counter() - start), len(maps) / (time.process_time() - cpu)
+
+
+def bench_ours(maps, metric, device: str, batch_size: int) -> tuple[float, float, dict]:
+    """Images/s (wall, CPU time) of ``metric.update`` (+ one ``compute``), float predictions on ``device``."""
+    preds = torch.from_numpy(np.stack([p for p, _ in maps])).to(device).float().div_(255)[:, None]
+    gts = torch.from_numpy(np.stack([g for _, g in maps])).to(device).float().div_(255)[:, None]
+    metric = metric.to(device)
+    metric.update(preds[:1], gts[:1])  # warm-up (allocations, CUDA context)
+    metric.reset()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start, cpu = time.perf_counter(), time.process_time()
+    for i in range(0, len(maps), batch_size):
+        metric.update(preds[i : i + batch_size], gts[i : i + batch_size])
+    result = metric.compute()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return len(maps) / (time.perf_counter() - start), len(maps) / (time.process_time() - cpu), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=60, help="number of 400x300 maps (default 60)")
+    parser.add_argument("--device", default="cpu", help="torch device for sod_lightning (default cpu)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per update (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")  # pysodmetrics' Fmeasure deprecation notice
+
+    from sod_lightning.metrics import EMeasure, FMeasure, MAE, RelaxedBoundaryFMeasure, SMeasure, SODMetrics
+    from sod_lightning.metrics import WeightedFMeasure
+
+    maps = make_maps(args.n)
+    ours = {
+        "mae": MAE,
+        "fmeasure": FMeasure,
+        "smeasure": SMeasure,
+        "emeasure": EMeasure,
+        "wfmeasure": WeightedFMeasure,
+        "relaxfb": RelaxedBoundaryFMeasure,
+        # pysodmetrics' five families (no relaxed boundary F there), then with it, then without weighted F.
+        "full set": lambda: SODMetrics(metrics=[k for k in SODMetrics.KEYS if k != "relaxfb"]),
+        "full + relaxfb": SODMetrics,
+        "full w/o wfm": lambda: SODMetrics(metrics=[k for k in SODMetrics.KEYS if k not in ("wfm", "relaxfb")]),
+    }
+    reference = _pysod_factories()
+    print(
+        f"{args.n} maps 400x300, device={args.device}, batch={args.batch_size}, "
+        f"torch threads={torch.get_num_threads()}"
+    )
+    print("images/s by wall clock, and by this process's CPU time (what a busy shared machine does not distort)")
+    print(f"{'metric':<16}{'ours wall':>11}{'pysod wall':>12}{'ratio':>7}{'ours cpu':>11}{'pysod cpu':>11}{'ratio':>7}")
+    full_result = None
+    for name, factory in ours.items():
+        rate, rate_cpu, result = bench_ours(maps, factory(), args.device, args.batch_size)
+        if name == "full + relaxfb":
+            full_result = result
+        row = f"{name:<16}{rate:11.1f}"
+        if name in reference:
+            ref, ref_cpu = bench_pysod(maps, reference[name])
+            row += f"{ref:12.1f}{rate / ref:6.1f}x{rate_cpu:11.1f}{ref_cpu:11.1f}{rate_cpu / ref_cpu:6.1f}x"
+        else:
+            row += f"{'-':>12}{'-':>7}{rate_cpu:11.1f}{'-':>11}{'-':>7}"
+        print(row)
+
+    import py_sod_metrics as psm
+
+    ref_metrics = [psm.MAE(), psm.Fmeasure(), psm.Smeasure(), psm.Emeasure(), psm.WeightedFmeasure()]
+    for pred, gt in maps:
+        for m in ref_metrics:
+            m.step(pred, gt)
+    fm = ref_metrics[1].get_results()["fm"]
+    em = ref_metrics[3].get_results()["em"]
+    expected = {
+        "mae": ref_metrics[0].get_results()["mae"],
+        "maxf": fm["curve"].max(),
+        "adpf": fm["adp"],
+        "sm": ref_metrics[2].get_results()["sm"],
+        "maxem": em["curve"].max(),
+        "wfm": ref_metrics[4].get_results()["wfm"],
+        "f_curve": np.flip(fm["curve"]),
+        "em_curve": np.flip(em["curve"]),
+    }
+    diff = max(float(np.max(np.abs(full_result[k].cpu().numpy() - v))) for k, v in expected.items())
+    print(f"max |sod_lightning - pysodmetrics| over {list(expected)}: {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
