@@ -27,7 +27,8 @@ TINY = [
     "logger=csv",
 ]
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Honour OMP_NUM_THREADS (one thread per process is much faster when several processes share two cores).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1))))
 
 
 def compose_config(overrides: Sequence[str] = (), output_dir: Path | None = None):
@@ -57,3 +58,29 @@ def shared_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is absent: the real photographs live in ../shared beside the repository, not in it")
     return path
+
+
+# One epoch of two 64x64 batches with the real training function: a checkpoint with every key a run writes.
+TRAIN_BRIEFLY = [
+    "trainer=debug",
+    "logger=none",
+    "test=false",
+    "callbacks.early_stopping=null",
+    "data.image_size=64",
+    "data.synthetic.train_size=16",
+    "data.synthetic.val_size=4",
+    "data.synthetic.test_size=4",
+    "data.batch_size=8",
+    "data.eval_batch_size=4",
+]
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """A training run folder holding checkpoints/best.ckpt and last.ckpt (unet_small, 64 px, 2 steps)."""
+    from sod_lightning.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    train(compose_config(TRAIN_BRIEFLY, output_dir=out))
+    assert (out / "checkpoints" / "best.ckpt").is_file()
+    return out

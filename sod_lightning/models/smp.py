@@ -6,6 +6,7 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 from segmentation_models_pytorch.encoders import get_encoder_names
+import torch
 from torch import Tensor, nn
 
 from sod_lightning.models.weights import load_weights
@@ -71,6 +72,7 @@ class SMPModel(nn.Module):
                 "DeepLabV3+ needs an encoder that supports output stride 16); pick another backbone=<name> or "
                 "another model=<name>."
             ) from err
+        self._freeze_unused()
         if encoder_weights:
             load_weights(self.model.encoder, Path(encoder_weights))
         if weights:
@@ -80,9 +82,40 @@ class SMPModel(nn.Module):
         """Args: x: ``(B, 3, H, W)``. Returns: ``[logits (B, 1, H, W)]``."""
         return [self.model(x)]
 
+    def _freeze_unused(self) -> None:
+        """Freeze parameters the forward pass never uses (e.g. ResNet layer3/4 under PSPNet's depth-3 encoder).
+
+        smp keeps the whole encoder even when ``encoder_depth`` stops early; under DDP, parameters without gradients
+        make the gradient reduction fail unless unused-parameter search is on (slow). A forward hook on every
+        module, one tiny forward pass without gradients, and every leaf module that did not run is frozen.
+        """
+        ran: set[nn.Module] = set()
+        hooks = [m.register_forward_hook(lambda mod, inp, out: ran.add(mod)) for m in self.model.modules()]
+        was_training = self.model.training
+        size = max(128, self.model.encoder.output_stride * 8)
+        try:
+            self.model.eval()
+            with torch.no_grad():
+                self.model(torch.zeros(1, 3, size, size))
+        finally:
+            self.model.train(was_training)
+            for h in hooks:
+                h.remove()
+        for module in self.model.modules():
+            if module not in ran and next(module.children(), None) is None:
+                for p in module.parameters(recurse=False):
+                    p.requires_grad_(False)
+
     def check_input_size(self, height: int, width: int) -> None:
         """Raise ``ValueError`` unless H and W are multiples of the encoder's output stride (smp's own rule)."""
         stride = self.model.encoder.output_stride
+        if isinstance(self.model, smp.PAN) and min(height, width) < 8 * stride:
+            # PAN's feature pyramid attention pools the stride-16 features three more times (to 1/8 of them).
+            raise ValueError(
+                f"Input size {height}x{width} is too small for PAN: height and width must be at least {8 * stride} "
+                f"(8x the encoder's output stride {stride}). Set data.image_size (and data.crop_size) to at least "
+                f"{8 * stride}."
+            )
         if getattr(self.model, "requires_divisible_input_shape", True) and (height % stride or width % stride):
             raise ValueError(
                 f"Input size {height}x{width} does not fit this {type(self.model).__name__}: height and width must "
