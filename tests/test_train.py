@@ -43,11 +43,11 @@ def test_main_command_end_to_end(tmp_path):
 
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory):
-    """A short real training run on synthetic data (the default recipe at a smaller size)."""
+    """A short real training run: the default recipe (64 px, U-Net, hybrid loss) with fewer images and epochs."""
     out = tmp_path_factory.mktemp("learn")
     cfg = compose_config(
-        ["data.image_size=64", "data.synthetic.train_size=480", "data.synthetic.val_size=48",
-         "data.synthetic.test_size=64", "trainer.max_epochs=5", "trainer.enable_progress_bar=false",
+        ["data.synthetic.train_size=640", "data.synthetic.val_size=64", "data.synthetic.test_size=100",
+         "trainer.max_epochs=9", "trainer.enable_progress_bar=false",
          "trainer.enable_model_summary=false", "logger=csv"],
         output_dir=out,
     )
@@ -57,7 +57,7 @@ def learned(tmp_path_factory):
 def test_default_recipe_really_learns(learned):
     _, results, out = learned
     assert results["synthetic"]["maxf"] >= 0.90, results
-    assert results["synthetic"]["mae"] < 0.08, results
+    assert results["synthetic"]["mae"] < 0.05, results
     assert json.loads((out / "metrics.json").read_text())["synthetic"]["maxf"] == pytest.approx(
         results["synthetic"]["maxf"], abs=0
     )
