@@ -175,7 +175,7 @@ class RunRecord:
         self.data["params"] = sum(p.numel() for p in module.net.parameters())
         for lg in loggers:
             if isinstance(lg, WandbLogger) and trainer.is_global_zero:
-                self.data["wandb_id"] = lg.version
+                self.data["wandb_id"] = lg.experiment.id  # creates the run now (rank 0 only)
         self._write()
 
     def finish(self, results: dict[str, dict[str, Any]]) -> None:
@@ -216,7 +216,8 @@ def _finish_loggers(loggers: list[Any], trainer: pl.Trainer) -> None:
     for lg in loggers:
         if isinstance(lg, WandbLogger) and lg._experiment is not None:
             run_dir = Path(lg.experiment.dir).parent
-            offline = lg.experiment.settings.mode == "offline" if hasattr(lg.experiment, "settings") else True
+            settings = getattr(lg.experiment, "settings", None)
+            offline = getattr(settings, "_offline", None) or getattr(settings, "mode", "") in ("offline", "dryrun")
             lg.experiment.finish()
             if offline and trainer.is_global_zero:
                 print(f"wandb run saved offline; upload it later with: wandb sync {run_dir}")

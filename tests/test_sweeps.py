@@ -52,7 +52,7 @@ def test_sweep_records_failures_and_goes_on_and_reports(tmp_path):
         run = read_run(next((j / "wandb").glob("offline-run-*")))["run"]
         groups.add(run.run_group)
         seen_ids.add(run.run_id)
-        assert list(run.tags) == ["unet_small", "mobilenet_v2", "bce"]
+        assert list(run.tags) == ["unet_small", "mobilenet_v2", "hybrid"]
     assert len(groups) == 1 and next(iter(groups)).startswith("multirun-") and len(seen_ids) == 2
     # the report holds both runs' numbers
     from sod_lightning.report import main as report_main
@@ -143,14 +143,24 @@ def test_wandb_offline_run_records_config_metrics_summary_images_and_pr_curve(tm
     val = [h["val/maxf"] for h in run["history"] if "val/maxf" in h]
     assert len(val) == 2  # per epoch
     assert run["summary"]["test/synthetic/maxf"] == pytest.approx(results["synthetic"]["maxf"], abs=1e-12)
-    assert any("val/predictions" in h for h in run["history"])
-    assert any("test/synthetic/pr_curve_table" in h or "test/synthetic/pr_curve" in h for h in run["history"])
+    run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
+    # the prediction panel: 4 image | ground truth | prediction strips per validation epoch
+    panels = [h for h in run["history"] if h.get("val/predictions/count")]
+    assert len(panels) == 2 and all(h["val/predictions/count"] == 4 for h in panels)
+    for name in panels[-1]["val/predictions/filenames"]:
+        assert (run_dir / "files" / name).is_file()
+    # the PR curve: a 256-row table of recall/precision, as logged
+    table = next(h for h in run["history"] if "test/synthetic/pr_curve_table/path" in h)
+    rows = json.loads((run_dir / "files" / table["test/synthetic/pr_curve_table/path"]).read_text())
+    assert rows["columns"] == ["recall", "precision"] and len(rows["data"]) == 256
+    assert rows["data"][0][0] == pytest.approx(1.0)  # threshold 0: everything predicted, recall 1
     run_json = json.loads((tmp_path / "run.json").read_text())
     assert run_json["wandb_id"] == run["run"].run_id
 
 
 def test_killed_run_resumes_to_the_same_metrics(tmp_path):
-    base = [*TINY, "trainer.max_epochs=3", "data.synthetic.train_size=48", "data.batch_size=8"]
+    base = [*[o for o in TINY if not o.startswith("logger=")], "trainer.max_epochs=3", "data.synthetic.train_size=48",
+            "data.batch_size=8"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert run_cli([*base, f"hydra.run.dir={straight}"], cwd=tmp_path).returncode == 0
     # 6 steps per epoch: step 8 is in the middle of the second epoch
@@ -162,6 +172,11 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     resumed = json.loads((killed / "metrics.json").read_text())  # written into the interrupted run's folder
     assert resumed == json.loads((straight / "metrics.json").read_text())
+    # ... and logged to the same wandb run (offline, each process writes its own folder; `wandb sync` joins them)
+    # (the killed process may not have flushed its run record, so the id is read from the folder names)
+    ids = [d.name.rsplit("-", 1)[1] for d in sorted((killed / "wandb").glob("offline-run-*"))]
+    assert len(ids) == 2 and ids[0] == ids[1] == json.loads((killed / "run.json").read_text())["wandb_id"]
+    assert read_run(sorted((killed / "wandb").glob("offline-run-*"))[1])["run"].run_id == ids[0]
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
