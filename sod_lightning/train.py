@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,7 @@ class RunRecord:
         self.data["params"] = sum(p.numel() for p in module.net.parameters())
         for lg in loggers:
             if isinstance(lg, WandbLogger) and trainer.is_global_zero:
-                self.data["wandb_id"] = lg.experiment.id  # creates the run now (rank 0 only)
+                self.data["wandb_id"] = _start_wandb(lg).id
         self._write()
 
     def finish(self, results: dict[str, dict[str, Any]]) -> None:
@@ -189,6 +190,24 @@ class RunRecord:
     def _write(self) -> None:
         if self._is_zero:
             self.path.write_text(json.dumps(self.data, indent=2))
+
+
+def _start_wandb(logger: Any, wait_s: float = 60.0) -> Any:
+    """Create the wandb run now (rank 0), waiting while an interrupted process's wandb service still holds its id.
+
+    When a run is killed, its wandb service outlives it for a few seconds with the run id open; resuming into the
+    same wandb run at once is refused ("run ID ... is in use"). The wait is bounded and logged.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return logger.experiment
+        except Exception as err:  # wandb raises its own ServerResponseError
+            if "is in use" not in str(err) or time.monotonic() > deadline:
+                raise
+            log.warning("wandb run %s is still held by the interrupted process's wandb service; waiting for it "
+                        "to close (at most %.0f s).", logger._wandb_init.get("id"), wait_s)
+            time.sleep(1.0)
 
 
 def _fit_and_test(cfg: DictConfig, trainer: pl.Trainer, module: SODModule, datamodule: pl.LightningDataModule,
