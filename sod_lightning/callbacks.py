@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+
 
 import numpy as np
 import pytorch_lightning as pl

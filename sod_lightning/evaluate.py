@@ -51,7 +51,7 @@ from PIL import Image, ImageOps
 
 from sod_lightning.data.imageio import IMAGE_EXTENSIONS, read_mask
 from sod_lightning.metrics import SODMetrics, thresholds
-from sod_lightning.metrics.functional.collection import CURVE_KEYS, SCALAR_KEYS
+from sod_lightning.metrics.functional.collection import SCALAR_KEYS
 
 log = logging.getLogger(__name__)
 

@@ -279,7 +279,7 @@ def main(cfg: DictConfig) -> float | None:
             results = run_job_in_subprocess(cfg, hc)
         else:
             results = train(cfg)
-    except Exception as err:
+    except Exception:
         if not multirun:
             raise
         log.exception("Job %s (%s) failed; the sweep goes on. Its run.json records the error.", hc.job.num,

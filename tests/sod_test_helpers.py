@@ -7,7 +7,7 @@ import signal
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from sod_lightning.losses import BCELoss, DeepSupervision
 

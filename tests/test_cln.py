@@ -6,8 +6,6 @@ under both weight fill rules (README.md of the fixtures: rule B is the one that 
 
 from __future__ import annotations
 
-import json
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from hydra.utils import instantiate
 from sod_lightning.models.cln import CLN, ContextPriorHead
 from sod_lightning.models.outputs import SideOutputs
 from sod_lightning.models.weights import load_weights
+import reference_weights
 
 REPO = Path(__file__).resolve().parents[1]
 REF = REPO / "tests" / "fixtures" / "reference"
@@ -27,24 +26,8 @@ KEY_MAP: dict[str, str] = {}
 
 
 def official_state_dict(rule: str) -> dict[str, torch.Tensor]:
-    """The fixture's weights, rebuilt from the JSON key list by fill rule A or B (fixtures README, verbatim)."""
-    meta = json.loads((REF / "cln_vgg_head.state_dict.json").read_text())
-    state = {}
-    for entry in meta["entries"]:
-        key, shape = entry["key"], tuple(entry["shape"])
-        rng = np.random.default_rng(zlib.crc32(key.encode()))
-        if entry["dtype"].startswith("int"):
-            state[key] = torch.zeros(shape, dtype=torch.int64)
-            continue
-        if key.endswith(".running_var"):
-            values = np.abs(rng.standard_normal(shape)) * 0.5 + 0.5
-        elif rule == "B" and len(shape) == 1 and key.endswith(".weight"):
-            values = 1.0 + rng.standard_normal(shape) * 0.1
-        else:
-            scale = 1.0 / np.sqrt(np.prod(shape[1:])) if len(shape) >= 2 else 0.1
-            values = rng.standard_normal(shape) * scale
-        state[key] = torch.from_numpy(np.asarray(values)).to(torch.float32)
-    return state
+    """The fixture's weights, rebuilt from the JSON key list by fill rule A or B."""
+    return reference_weights.official_state_dict("cln_vgg_head", rule)
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,7 @@ Rule B is the one that sees dilations, residuals and early layers (README "Why t
 
 from __future__ import annotations
 
-import json
-import math
 import urllib.error
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,38 +18,15 @@ from torch import nn
 
 from sod_lightning.models.basnet import BASNet
 from sod_lightning.models.u2net import U2Net, U2NetP
+from reference_weights import REFERENCE, official_state_dict
+from reference_weights import spec as _spec
 
-REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
 MODELS = {"basnet": BASNet, "u2net": U2Net, "u2netp": U2NetP}
 # The issue's figures, written out so that a change in the JSON or in the model cannot hide a mismatch.
 OFFICIAL_PARAMETERS = {"basnet": 87_060_360, "u2net": 44_009_869, "u2netp": 1_131_181}
 # Official key -> our key. Our modules keep the official names (so published .pth files load strictly as they
 # are); the map is explicit anyway, and test_state_dict_layout proves it is the identity on every key.
 KEY_MAP: dict[str, str] = {}
-
-
-def _spec(name: str) -> dict:
-    return json.loads((REFERENCE / f"{name}.state_dict.json").read_text())
-
-
-def official_state_dict(name: str, rule: str) -> dict[str, torch.Tensor]:
-    """The official state dict filled by rule A or B of ``tests/fixtures/reference/README.md``, in float32."""
-    state = {}
-    for entry in _spec(name)["entries"]:
-        key, shape, dtype = entry["key"], tuple(entry["shape"]), getattr(torch, entry["dtype"])
-        rng = np.random.default_rng(zlib.crc32(key.encode()))
-        if not dtype.is_floating_point:
-            state[key] = torch.zeros(shape, dtype=dtype)
-            continue
-        if key.endswith(".running_var"):
-            values = np.abs(rng.standard_normal(shape)) * 0.5 + 0.5
-        elif rule == "B" and len(shape) == 1 and key.endswith(".weight"):
-            values = 1.0 + rng.standard_normal(shape) * 0.1
-        else:
-            scale = 1.0 / math.sqrt(math.prod(shape[1:])) if len(shape) >= 2 else 0.1
-            values = rng.standard_normal(shape) * scale
-        state[key] = torch.from_numpy(np.asarray(values)).to(dtype)
-    return state
 
 
 def max_fixture_error(model: nn.Module, name: str, fixture: str) -> float:

@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from conftest import CONF_DIR, REPO, compose_config, shared_data
+from conftest import CONF_DIR, REPO, shared_data
 from sod_lightning.data.augment import Normalize
 from sod_lightning.data.folders import FolderDataset
 from sod_lightning.inference import load_model

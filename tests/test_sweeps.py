@@ -17,14 +17,17 @@ from hydra.utils import instantiate
 from sod_lightning.module import SODModule
 from sod_lightning.train import train
 
-from conftest import CONF_DIR, REPO, TINY, compose_config
+from conftest import CONF_DIR, TINY, compose_config
 from wandb_reader import read_run
 
 TESTS = Path(__file__).resolve().parent
 
 
 def run_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    # WANDB_SERVICE: an in-process wandb run of an earlier test points children at this process's wandb service,
+    # which would keep a killed child's run id "in use"; each command of a user gets its own service.
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update(WANDB_MODE="offline", PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     return subprocess.run([sys.executable, "-m", "sod_lightning", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,14 +16,14 @@ from PIL import Image
 from sod_lightning.module import SODModule
 from sod_lightning.train import train
 
-from conftest import REPO, TINY, compose_config
+from conftest import TINY, compose_config
 
 
 def test_main_command_end_to_end(tmp_path):
     """`python -m sod_lightning` through the real CLI, with the default wandb (offline) logger."""
     run_dir = tmp_path / "run"
     overrides = [o for o in TINY if not o.startswith("logger=")] + [f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}, "WANDB_MODE": "offline"}
     proc = subprocess.run([sys.executable, "-m", "sod_lightning", *overrides], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
