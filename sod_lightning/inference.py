@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from sod_lightning.config import to_plain
 from sod_lightning.data.augment import NORMALIZATIONS, Normalize
-from sod_lightning.models.weights import NET_PREFIX, load_weights
+from sod_lightning.models.weights import NET_PREFIX, load_weights, read_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -200,21 +200,8 @@ def compose_model_config(name: str, overrides: Sequence[str] = ()) -> dict[str, 
 
 
 def _read_checkpoint(path: Path) -> Mapping[str, Any]:
-    """``torch.load(weights_only=True)`` with one clear error for anything that is not a readable checkpoint."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"ckpt={path}: no such file. Pass a checkpoint written by training (<run folder>/checkpoints/best.ckpt or "
-            "last.ckpt) or the run folder itself; relative paths are taken from the directory you run from."
-        )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types (UnpicklingError, RuntimeError, EOFError...)
-        first = str(err).splitlines()[0] if str(err) else ""
-        raise ValueError(
-            f"ckpt={path} is not a PyTorch checkpoint that can be read safely ({type(err).__name__}: {first}). It is "
-            "read with torch.load(weights_only=True), so it must be a complete checkpoint of plain data: check that "
-            "the file is not truncated, an ONNX model or an image, and that it was written by this suite's training."
-        ) from err
+    """The checkpoint as plain data (``torch.load(weights_only=True)``), or one clear error."""
+    obj = read_torch_file(path, "ckpt")
     if not isinstance(obj, Mapping):
         raise ValueError(f"ckpt={path} holds a {type(obj).__name__}, not a checkpoint; pass a .ckpt from training.")
     return obj

@@ -12,6 +12,34 @@ from torch import Tensor, nn
 NET_PREFIX = "net."
 
 
+def read_torch_file(path: str | Path, key: str) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one clear error for a missing or unreadable file.
+
+    Args:
+        path: the file.
+        key: the config key that named it (``weights``, ``ckpt``), for the messages.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a complete PyTorch file of plain data (nothing in it is executed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{key}={path}: no such file. Pass a state dict (.pth/.pt) or a checkpoint written by this suite's "
+            "training (<run folder>/checkpoints/best.ckpt); relative paths are taken from the directory you run from."
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types (UnpicklingError, RuntimeError, EOFError...)
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(
+            f"{key}={path} is not a PyTorch checkpoint that can be read safely ({type(err).__name__}: {first}). It "
+            "is read with torch.load(weights_only=True), so it must be a complete file of plain data: check that it "
+            "is not truncated, an ONNX model or an image."
+        ) from err
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict from a ``.pth``/``.pt`` file or one of the suite's Lightning checkpoints.
 
@@ -35,20 +63,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
         >>> sorted(load_state_dict_file(f))
         ['bias', 'weight']
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Weights file '{path}' does not exist. Pass the path of a saved state dict (.pth/.pt) or of one of "
-            "this suite's checkpoints (.ckpt), relative to the directory you run from or absolute."
-        )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types (UnpicklingError, RuntimeError, EOFError...)
-        raise ValueError(
-            f"'{path}' could not be read as a PyTorch state dict or checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}). Only plain tensors are accepted (weights_only=True); "
-            "check that the file is a complete .pth/.pt/.ckpt and not, say, an ONNX model or a truncated download."
-        ) from err
+    obj = read_torch_file(path, "weights")
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
         net_keys = [k for k in obj if k.startswith(NET_PREFIX)]
