@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+import wandb
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -142,6 +143,7 @@ def test_wandb_offline_run_records_config_metrics_summary_images_and_pr_curve(tm
     cfg = compose_config([*[o for o in TINY if not o.startswith("logger=")], "trainer.max_epochs=2"],
                          output_dir=tmp_path)
     results = train(cfg)
+    wandb.teardown()  # the service closes (flushes) the run file after finish() returns; wait for it
     run = read_run(next((tmp_path / "wandb").glob("offline-run-*")))
     assert run["config"]["model"]["_target_"] == "sod_lightning.models.smp.SMPModel"
     assert run["config"]["seed"] == cfg.seed
