@@ -9,7 +9,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from ._prepare import PreparedBatch
-from .functional._base import MetricFamily
+from .functional._base import MetricFamily, per_image_statistics
 
 
 class FamilyMetric(Metric):
@@ -55,10 +55,9 @@ class FamilyMetric(Metric):
         prep = PreparedBatch(preds, target)
         state_device = self.n_images.device
         self.n_images += prep.batch_size
-        for family in self._families:
-            for name, per_image in family.update(prep).items():
-                state = getattr(self, name)
-                state += per_image.sum(0).to(state_device)
+        for name, per_image in per_image_statistics(self._families, prep).items():
+            state = getattr(self, name)
+            state += per_image.sum(0).to(state_device)
 
     def _sums(self) -> dict[str, Tensor]:
         return {name: getattr(self, name) for family in self._families for name in family.states}

@@ -27,7 +27,7 @@ class SODMetrics(FamilyMetric):
     Args:
         metrics: result keys to compute (default ``None``: all). A family is computed when any of its keys is
             requested and only the requested keys are returned; e.g. ``["mae", "maxf", "sm"]`` for a cheap
-            training-time validation that skips weighted F (its scipy distance transform is the slowest step).
+            training-time validation that skips weighted F (its distance transform is the slowest step).
         **kwargs: torchmetrics ``Metric`` options.
 
     Example:

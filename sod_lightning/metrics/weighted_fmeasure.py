@@ -9,7 +9,7 @@ from .functional.weighted_fmeasure import WFMEASURE_FAMILY
 
 
 class WeightedFMeasure(FamilyMetric):
-    """Weighted F-measure (beta = 1) averaged over images; the nearest-foreground step runs on the CPU (scipy).
+    """Weighted F-measure (beta = 1) averaged over images; computed by a compiled CPU kernel (any input device).
 
     ``update(preds, target)`` as :class:`~sod_lightning.metrics._base.FamilyMetric`; ``compute()`` returns a
     0-d float64 tensor. States: ``n_images`` and the sum of the per-image values (float64, summed under DDP).

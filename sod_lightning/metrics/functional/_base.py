@@ -8,7 +8,9 @@ additive is what makes DDP synchronisation exact and memory constant in the numb
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
@@ -35,11 +37,30 @@ class MetricFamily(NamedTuple):
     compute: Callable[[dict[str, Tensor], Tensor], dict[str, Tensor]]
 
 
+_pools: dict[tuple[int, str], ThreadPoolExecutor] = {}
+
+
+def thread_pool(name: str, workers: int) -> ThreadPoolExecutor:
+    """A named pool of worker threads for GIL-free kernels, one per process (a forked child gets its own: the
+    parent's threads do not exist there). Its tasks never wait on their own pool, so it cannot deadlock."""
+    key = (os.getpid(), name)
+    if key not in _pools:
+        _pools[key] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sod-metrics-{name}")
+    return _pools[key]
+
+
+def per_image_statistics(families: Sequence[MetricFamily], prep: PreparedBatch) -> dict[str, Tensor]:
+    """Every family's per-image statistics of one batch: ``{state: (B, *shape) float64}``."""
+    result: dict[str, Tensor] = {}
+    for family in families:
+        result.update(family.update(prep))
+    return result
+
+
 def evaluate_family(family: MetricFamily, preds: Tensor, target: Tensor) -> dict[str, Tensor]:
     """Run one family over a batch and reduce over its images (the functional twins use this)."""
     prep = PreparedBatch(preds, target)
-    per_image = family.update(prep)
-    sums = {name: value.sum(0) for name, value in per_image.items()}
+    sums = {name: value.sum(0) for name, value in family.update(prep).items()}
     return family.compute(sums, sums_count(prep))
 
 

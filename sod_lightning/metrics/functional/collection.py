@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from torch import Tensor
 
 from .._prepare import PreparedBatch
-from ._base import MetricFamily, sums_count
+from ._base import MetricFamily, per_image_statistics, sums_count
 from .emeasure import EMEASURE_FAMILY
 from .fmeasure import FMEASURE_FAMILY
 from .mean_absolute_error import MAE_FAMILY
@@ -80,8 +80,8 @@ def sod_metrics(preds: Tensor, target: Tensor, metrics: Sequence[str] | None = N
     families, keys = select_families(metrics)
     prep = PreparedBatch(preds, target)
     n = sums_count(prep)
+    sums = {name: value.sum(0) for name, value in per_image_statistics(families, prep).items()}
     result: dict[str, Tensor] = {}
     for family in families:
-        sums = {name: value.sum(0) for name, value in family.update(prep).items()}
-        result.update(family.compute(sums, n))
+        result.update(family.compute({k: sums[k] for k in family.states}, n))
     return {k: result[k] for k in keys}
