@@ -327,6 +327,19 @@ def test_quantisation_and_gt_threshold_mapping():
     assert float(mae(pred, torch.tensor([[[0.51, 0.0, 1.0, 1.0]]]))) == 0.25
 
 
+def test_float32_mask_threshold_equals_the_exact_float64_comparison():
+    from sod_lightning.metrics._prepare import _FLOAT32_GT_THRESHOLD, _to_bool_target
+
+    # Every float32 within 2000 ulps of the threshold, plus random masks: the one-comparison float32 path must
+    # equal the exact ``255 t > 128.5`` in float64 (and round(255 t) > 128) everywhere.
+    near = torch.tensor(_FLOAT32_GT_THRESHOLD, dtype=torch.float32).view(torch.int32) + torch.arange(-2000, 2001)
+    t = torch.cat([near.view(torch.float32), torch.rand(10000), torch.tensor([0.0, 0.5, 128 / 255, 129 / 255, 1.0])])
+    expected = t.double() * 255 > 128.5
+    assert torch.equal(_to_bool_target(t), expected)
+    assert torch.equal(expected, torch.round(t.double() * 255) > 128)
+    assert expected.any() and not expected.all()
+
+
 def test_curves_are_in_ascending_threshold_order():
     assert torch.equal(thresholds(), torch.arange(256, dtype=torch.float64) / 255)
     gt = torch.zeros(1, 32, 32)

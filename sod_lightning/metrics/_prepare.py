@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -88,6 +89,19 @@ def _to_bytes_prediction(preds: Tensor) -> Tensor:
     return preds.double().mul_(255).round_().to(torch.int32)
 
 
+def _first_float32_above(value: float, scale: int) -> float:
+    """The smallest float32 ``t`` with ``float64(t) * scale > value`` (exact for float32 ``t`` and small ``scale``)."""
+    t = np.float32(value / scale)
+    while float(t) * scale > value:
+        t = np.nextafter(t, np.float32(0))
+    while float(t) * scale <= value:
+        t = np.nextafter(t, np.float32(1))
+    return float(t)
+
+
+_FLOAT32_GT_THRESHOLD = _first_float32_above(128.5, 255)
+
+
 def _to_bool_target(target: Tensor) -> Tensor:
     """Binarise the ground truth as pysodmetrics does (``gt255 > 128``)."""
     if target.dtype == torch.bool:
@@ -106,8 +120,9 @@ def _to_bool_target(target: Tensor) -> Tensor:
             f"SOD metrics: `target` must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}]. A mask read from an "
             f"8-bit PNG must be divided by 255 (or passed as uint8)."
         )
-    # round(255 t) > 128  <=>  255 t > 128.5 (128.5 rounds to even 128); the float64 product is exact for
-    # float32 masks, so this is the quantised comparison without a rounding pass.
+    # round(255 t) > 128  <=>  255 t > 128.5 (128.5 rounds to even 128), the product taken exactly.
+    if target.dtype == torch.float32:  # one comparison, no float64 copy: t >= the first float32 above 128.5/255
+        return target >= _FLOAT32_GT_THRESHOLD
     return target.double().mul_(255) > 128.5
 
 
@@ -157,8 +172,7 @@ class PreparedBatch:
         # Lookup table of the normalised prediction for every byte value, with pysodmetrics' exact op order:
         # x = q / 255; x = (x - min) / (max - min) when max != min. Elementwise IEEE float64 ops, so the table
         # entry for byte k equals, bit for bit, what pysodmetrics computes for a pixel of value k.
-        flat = self.q.flatten(1)
-        qmin, qmax = flat.amin(1), flat.amax(1)
+        qmin, qmax = torch.aminmax(self.q.flatten(1), dim=1)
         base = torch.arange(NUM_THRESHOLDS, dtype=torch.float64, device=self.device) / 255
         lo, hi = base[qmin][:, None], base[qmax][:, None]
         constant = (qmin == qmax)[:, None]
@@ -191,11 +205,12 @@ class PreparedBatch:
         exact, so the mean is the correctly rounded quotient in both libraries. Empty masks get 0 (unused).
         """
         gt = self.gt
-        count = gt.flatten(1).sum(1).double()
         rows = torch.arange(self.height, device=self.device, dtype=torch.float64)
         cols = torch.arange(self.width, device=self.device, dtype=torch.float64)
+        row_counts = gt.sum(2).double()  # (B, H): the only two passes over the mask
         # Integer-valued float64 sums below 2**53 are exact, whatever the summation order.
-        sum_y = (gt.sum(2).double() * rows).sum(1)
+        count = row_counts.sum(1)
+        sum_y = (row_counts * rows).sum(1)
         sum_x = (gt.sum(1).double() * cols).sum(1)
         safe = count.clamp(min=1)
         cy = torch.round(sum_y / safe) + 1
