@@ -218,6 +218,8 @@ def weighted_fmeasure_batch(q: np.ndarray, gt: np.ndarray, values: np.ndarray, k
 
     Images without foreground get 0, as in pysodmetrics. The images are split into up to ``threads`` groups:
     the calling thread computes one, ``pool`` (needed when ``threads > 1``) the others, all without the GIL.
+    The pool's threads run compiled code only: a torch op there would give each of them an OpenMP pool of its
+    own beside torch's, which slowed every later torch op 2-3x on 2 cores (measured).
     Each image is computed by one thread (splitting one image's rows gained nothing on 2 cores: the cache
     locality of one image's buffers matters more), so the result does not depend on ``threads``.
     """

@@ -49,9 +49,7 @@ def _wfmeasure_update(prep: PreparedBatch) -> dict[str, Tensor]:
     Returns:
         ``{"sum_wfm": (B,)}`` float64.
     """
-    # numpy, not torch, for the conversions: a torch op big enough for torch's OpenMP pool on a worker thread
-    # gives that thread a pool of its own, which slowed every later torch op 2-3x on 2 cores.
-    q = prep.q.cpu().numpy().astype(np.uint8)
+    q = prep.q.to(torch.uint8).cpu().numpy()  # bytes: a quarter of the int32 map to copy from a GPU
     gt = np.ascontiguousarray(prep.gt.cpu().numpy())
     values = np.ascontiguousarray(prep.values.cpu().numpy())
     threads = max(1, torch.get_num_threads())  # as many as torch uses, this one included
