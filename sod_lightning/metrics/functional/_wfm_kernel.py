@@ -9,9 +9,9 @@ Why hand-written (numba) and not torch or scipy:
   sequential scan that does not map to batched tensor ops.
 * scipy's routine is generic N-d C code that holds the GIL: on a 400x300 map it alone costs more than every
   other SOD metric together. This 2-D port of the same algorithm, fused with the error lookup, the 7x7
-  Gaussian and the weighted sums, touches each pixel a few times and releases the GIL, so callers run it on
-  worker threads beside the torch work (numba's own parallel layer is not used: its OpenMP pool is a second
-  one beside torch's, and the two spinning pools slowed the torch metrics down by half on 2 cores).
+  Gaussian and the weighted sums, touches each pixel a few times and releases the GIL, so a batch's images run
+  on plain worker threads (numba's own parallel layer is not used: its OpenMP pool is a second one beside
+  torch's, and the two spinning pools slowed the torch metrics down by half on 2 cores).
 
 :func:`feature_transform` reproduces scipy's ``_ComputeFT`` / ``_VoronoiFT`` (``scipy/ndimage/src/
 ni_morphology.c``) for rank 2: first every column is scanned for its nearest feature pixel (ties to the lower
@@ -29,8 +29,9 @@ from concurrent.futures import Executor
 import numba
 import numpy as np
 
+from .._prepare import EPS
+
 _LOG_HALF_OVER_5 = math.log(0.5) / 5
-_EPS = 2.220446049250313e-16
 
 #: Background importance ``B = 2 - exp(log(0.5) / 5 * sqrt(d2))`` for every squared distance ``d2`` below 2**18
 #: (512 px), computed once with numpy as pysodmetrics computes it; farther pixels compute it directly.
@@ -41,25 +42,24 @@ _inline = numba.njit(cache=True, nogil=True, inline="always")
 
 
 @_inline
-def _column_pass(feature: np.ndarray, nearest: np.ndarray, lo: int, hi: int) -> None:
-    """Row of the nearest feature pixel in the same column (ties: the upper one), -1 in a featureless column,
-    for columns ``lo:hi``.
+def _column_pass(feature: np.ndarray, nearest: np.ndarray) -> None:
+    """Row of the nearest feature pixel in the same column (ties: the upper one), -1 in a featureless column.
 
     Two sweeps over rows (contiguous, vectorised selects): down for the nearest at or above, then up, where a
     strictly nearer feature below replaces it.
     """
-    h = feature.shape[0]
-    for j in range(lo, hi):
+    h, w = feature.shape
+    for j in range(w):
         nearest[0, j] = 0 if feature[0, j] else -1
     for i in range(1, h):
-        for j in range(lo, hi):
+        for j in range(w):
             nearest[i, j] = i if feature[i, j] else nearest[i - 1, j]
-    below = np.full(hi - lo, -1, np.int32)
+    below = np.full(w, -1, np.int32)
     for i in range(h - 1, -1, -1):
-        for j in range(lo, hi):
+        for j in range(w):
             if feature[i, j]:
-                below[j - lo] = i
-            lower, upper = below[j - lo], nearest[i, j]
+                below[j] = i
+            lower, upper = below[j], nearest[i, j]
             if lower >= 0 and (upper < 0 or lower - i < i - upper):
                 nearest[i, j] = lower
 
@@ -118,7 +118,7 @@ def feature_transform(feature: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     h, w = feature.shape
     column_nearest = np.empty((h, w), np.int32)
-    _column_pass(feature, column_nearest, 0, w)
+    _column_pass(feature, column_nearest)
     rows = np.empty((h, w), np.int32)
     cols = np.empty((h, w), np.int32)
     site_col, site_h2 = np.empty(w, np.int64), np.empty(w, np.int64)
@@ -178,7 +178,7 @@ def _wfm_images(q: np.ndarray, gt: np.ndarray, values: np.ndarray, kernel: np.nd
         qb, gtb, vb = q[b], gt[b], values[b]
         if not gtb.any():
             continue
-        _column_pass(gtb, column_nearest, 0, w)
+        _column_pass(gtb, column_nearest)
         fpw = 0.0
         for i in range(h):
             _row_pass(i, column_nearest, site_col, site_h2, near_row, near_col)
@@ -206,8 +206,8 @@ def _wfm_images(q: np.ndarray, gt: np.ndarray, values: np.ndarray, kernel: np.nd
                     n_fg += 1
         tpw = n_fg - ew_fg
         recall = 1.0 - ew_fg / n_fg
-        precision = tpw / (tpw + fpw + _EPS)
-        out[b] = 2.0 * recall * precision / (recall + precision + _EPS)
+        precision = tpw / (tpw + fpw + EPS)
+        out[b] = 2.0 * recall * precision / (recall + precision + EPS)
     return out
 
 
