@@ -2,12 +2,15 @@
 
 Usage::
 
-    python benchmarks/metrics.py                 # CPU, 60 maps, batch 1 (how validation calls the metric)
+    python benchmarks/metrics.py                 # CPU, 60 maps, batch 1 (mixed-size validation, evaluate)
+    python benchmarks/metrics.py --batch-size 16 --n 96   # same-size batches, as the module groups them
     python benchmarks/metrics.py --device cuda   # the torch side on a GPU (pysodmetrics stays on the CPU)
     python benchmarks/metrics.py --n 100 --batch-size 8 --threads 2
 
 Prints images/s of each metric family and of the full set for both implementations, their ratio, and the
 largest absolute difference between the two full-set results (a sanity check that the maps are comparable).
+Each row alternates the two implementations ``--repeat`` times and keeps the best of each, so that a shared
+machine's slow moments do not land on one side only.
 The maps are synthetic (random ellipses, noisy predictions with smooth borders), generated with a fixed seed.
 """
 
@@ -51,41 +54,31 @@ def _pysod_factories() -> dict[str, list]:
     }
 
 
-def bench_pysod(maps, classes, repeat: int) -> tuple[float, float]:
-    """Images/s (wall clock, process CPU time) of pysodmetrics ``step`` over ``maps``, best of ``repeat`` runs."""
-    best_wall = best_cpu = float("inf")
-    for _ in range(repeat):
-        metrics = [cls() for cls in classes]
-        start, cpu = time.perf_counter(), time.process_time()
-        for pred, gt in maps:
-            for m in metrics:
-                m.step(pred, gt)
+def run_pysod(maps, classes) -> tuple[float, float]:
+    """Seconds (wall clock, process CPU time) of one pass of pysodmetrics ``step`` over ``maps``."""
+    metrics = [cls() for cls in classes]
+    start, cpu = time.perf_counter(), time.process_time()
+    for pred, gt in maps:
         for m in metrics:
-            m.get_results()
-        best_wall, best_cpu = min(best_wall, time.perf_counter() - start), min(best_cpu, time.process_time() - cpu)
-    return len(maps) / best_wall, len(maps) / best_cpu
+            m.step(pred, gt)
+    for m in metrics:
+        m.get_results()
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def bench_ours(maps, metric, device: str, batch_size: int, repeat: int) -> tuple[float, float, dict]:
-    """Images/s (wall, CPU time) of ``metric.update`` (+ one ``compute``), float predictions on ``device``,
-    best of ``repeat`` runs."""
-    preds = torch.from_numpy(np.stack([p for p, _ in maps])).to(device).float().div_(255)[:, None]
-    gts = torch.from_numpy(np.stack([g for _, g in maps])).to(device).float().div_(255)[:, None]
-    metric = metric.to(device)
-    metric.update(preds[:batch_size], gts[:batch_size])  # warm-up (allocations, compiled kernels, CUDA context)
-    best_wall = best_cpu = float("inf")
-    for _ in range(repeat):
-        metric.reset()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start, cpu = time.perf_counter(), time.process_time()
-        for i in range(0, len(maps), batch_size):
-            metric.update(preds[i : i + batch_size], gts[i : i + batch_size])
-        result = metric.compute()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best_wall, best_cpu = min(best_wall, time.perf_counter() - start), min(best_cpu, time.process_time() - cpu)
-    return len(maps) / best_wall, len(maps) / best_cpu, result
+def run_ours(metric, preds, gts, batch_size: int) -> tuple[float, float, dict]:
+    """Seconds (wall, CPU time) of one pass of ``metric.update`` over the maps, plus one ``compute``."""
+    cuda = preds.device.type == "cuda"
+    metric.reset()
+    if cuda:
+        torch.cuda.synchronize()
+    start, cpu = time.perf_counter(), time.process_time()
+    for i in range(0, len(preds), batch_size):
+        metric.update(preds[i : i + batch_size], gts[i : i + batch_size])
+    result = metric.compute()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, time.process_time() - cpu, result
 
 
 def main() -> None:
@@ -124,14 +117,27 @@ def main() -> None:
     )
     print(f"images/s by wall clock, and by this process's CPU time (all threads), best of {args.repeat} runs")
     print(f"{'metric':<16}{'ours wall':>11}{'pysod wall':>12}{'ratio':>7}{'ours cpu':>11}{'pysod cpu':>11}{'ratio':>7}")
+    preds = torch.from_numpy(np.stack([p for p, _ in maps])).to(args.device).float().div_(255)[:, None]
+    gts = torch.from_numpy(np.stack([g for _, g in maps])).to(args.device).float().div_(255)[:, None]
     full_result = None
+    n = len(maps)
     for name, factory in ours.items():
-        rate, rate_cpu, result = bench_ours(maps, factory(), args.device, args.batch_size, args.repeat)
+        metric = factory().to(args.device)
+        metric.update(preds[: args.batch_size], gts[: args.batch_size])  # warm-up: allocations, compiled kernels
+        # The two sides alternate, best of ``repeat`` each, so that both see the same moments of a shared machine.
+        wall = cpu = ref_wall = ref_cpu = float("inf")
+        for _ in range(args.repeat):
+            w, c, result = run_ours(metric, preds, gts, args.batch_size)
+            wall, cpu = min(wall, w), min(cpu, c)
+            if name in reference:
+                w, c = run_pysod(maps, reference[name])
+                ref_wall, ref_cpu = min(ref_wall, w), min(ref_cpu, c)
         if name == "full + relaxfb":
             full_result = result
+        rate, rate_cpu = n / wall, n / cpu
         row = f"{name:<16}{rate:11.1f}"
         if name in reference:
-            ref, ref_cpu = bench_pysod(maps, reference[name], args.repeat)
+            ref, ref_cpu = n / ref_wall, n / ref_cpu
             row += f"{ref:12.1f}{rate / ref:6.1f}x{rate_cpu:11.1f}{ref_cpu:11.1f}{rate_cpu / ref_cpu:6.1f}x"
         else:
             row += f"{'-':>12}{'-':>7}{rate_cpu:11.1f}{'-':>11}{'-':>7}"
