@@ -172,7 +172,8 @@ class PreparedBatch:
         # Lookup table of the normalised prediction for every byte value, with pysodmetrics' exact op order:
         # x = q / 255; x = (x - min) / (max - min) when max != min. Elementwise IEEE float64 ops, so the table
         # entry for byte k equals, bit for bit, what pysodmetrics computes for a pixel of value k.
-        qmin, qmax = torch.aminmax(self.q.flatten(1), dim=1)
+        flat = self.q.flatten(1)
+        qmin, qmax = flat.amin(1), flat.amax(1)  # two reductions: 5x faster here than aminmax(dim=1)
         base = torch.arange(NUM_THRESHOLDS, dtype=torch.float64, device=self.device) / 255
         lo, hi = base[qmin][:, None], base[qmax][:, None]
         constant = (qmin == qmax)[:, None]
