@@ -8,7 +8,6 @@ import torch
 from scipy import ndimage
 
 from sod_lightning.metrics._prepare import PreparedBatch
-from sod_lightning.metrics.functional._base import thread_pool
 from sod_lightning.metrics.functional._wfm_kernel import IMPORTANCE, feature_transform, weighted_fmeasure_batch
 from sod_lightning.metrics.functional.collection import FAMILIES
 from sod_lightning.metrics.functional.weighted_fmeasure import matlab_gaussian_1d
@@ -68,8 +67,7 @@ def _batch(n: int = 6, h: int = 40, w: int = 56, seed: int = 1):
 def test_kernel_result_does_not_depend_on_threads_or_batching():
     q, gt, values = _batch()
     kernel = matlab_gaussian_1d()
-    pool = thread_pool("wfm", 2)
-    results = [weighted_fmeasure_batch(q, gt, values, kernel, pool, threads) for threads in (1, 2, 3, 8)]
+    results = [weighted_fmeasure_batch(q, gt, values, kernel, threads=threads) for threads in (1, 2, 3, 8)]
     one_by_one = np.concatenate([weighted_fmeasure_batch(q[i : i + 1], gt[i : i + 1], values[i : i + 1], kernel)
                                  for i in range(len(q))])
     assert all(np.array_equal(results[0], r) for r in results[1:] + [one_by_one])  # bit for bit

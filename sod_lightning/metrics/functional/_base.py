@@ -8,9 +8,7 @@ additive is what makes DDP synchronisation exact and memory constant in the numb
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
@@ -35,18 +33,6 @@ class MetricFamily(NamedTuple):
     states: dict[str, tuple[int, ...]]
     update: Callable[[PreparedBatch], dict[str, Tensor]]
     compute: Callable[[dict[str, Tensor], Tensor], dict[str, Tensor]]
-
-
-_pools: dict[tuple[int, str], ThreadPoolExecutor] = {}
-
-
-def thread_pool(name: str, workers: int) -> ThreadPoolExecutor:
-    """A named pool of worker threads for GIL-free kernels, one per process (a forked child gets its own: the
-    parent's threads do not exist there). Its tasks never wait on their own pool, so it cannot deadlock."""
-    key = (os.getpid(), name)
-    if key not in _pools:
-        _pools[key] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sod-metrics-{name}")
-    return _pools[key]
 
 
 def per_image_statistics(families: Sequence[MetricFamily], prep: PreparedBatch) -> dict[str, Tensor]:

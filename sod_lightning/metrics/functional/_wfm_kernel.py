@@ -24,7 +24,8 @@ tie-heavy masks).
 from __future__ import annotations
 
 import math
-from concurrent.futures import Executor
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -211,13 +212,25 @@ def _wfm_images(q: np.ndarray, gt: np.ndarray, values: np.ndarray, kernel: np.nd
     return out
 
 
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None
+
+
+def _worker_pool(workers: int) -> ThreadPoolExecutor:
+    """The process's pool of ``workers`` threads (remade in a forked child, whose parent threads do not exist,
+    and when the thread count changes)."""
+    global _pool
+    if _pool is None or _pool[:2] != (os.getpid(), workers):
+        _pool = (os.getpid(), workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sod-wfm"))
+    return _pool[2]
+
+
 def weighted_fmeasure_batch(q: np.ndarray, gt: np.ndarray, values: np.ndarray, kernel: np.ndarray,
-                            pool: Executor | None = None, threads: int = 1) -> np.ndarray:
+                            threads: int = 1) -> np.ndarray:
     """Per-image weighted F (beta = 1) of ``q`` (B, H, W) uint8, ``gt`` (B, H, W) bool, ``values`` (B, 256)
     float64 (the normalised prediction of each byte), with the 7-tap 1-D Gaussian ``kernel``.
 
     Images without foreground get 0, as in pysodmetrics. The images are split into up to ``threads`` groups:
-    the calling thread computes one, ``pool`` (needed when ``threads > 1``) the others, all without the GIL.
+    the calling thread computes one, a pool of ``threads - 1`` worker threads the others, all without the GIL.
     The pool's threads run compiled code only: a torch op there would give each of them an OpenMP pool of its
     own beside torch's, which slowed every later torch op 2-3x on 2 cores (measured).
     Each image is computed by one thread (splitting one image's rows gained nothing on 2 cores: the cache
@@ -227,6 +240,7 @@ def weighted_fmeasure_batch(q: np.ndarray, gt: np.ndarray, values: np.ndarray, k
         raise ValueError(f"weighted F: expected the 7-tap Gaussian, got a kernel of shape {kernel.shape}")
     bounds = np.linspace(0, len(q), min(len(q), max(1, threads)) + 1).round().astype(int).tolist()
     groups = list(zip(bounds[:-1], bounds[1:]))
+    pool = _worker_pool(len(groups) - 1) if len(groups) > 1 else None
     others = [pool.submit(_wfm_images, q[a:b], gt[a:b], values[a:b], kernel, IMPORTANCE) for a, b in groups[1:]]
     a, b = groups[0]
     parts = [_wfm_images(q[a:b], gt[a:b], values[a:b], kernel, IMPORTANCE)] + [f.result() for f in others]

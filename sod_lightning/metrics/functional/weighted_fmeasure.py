@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .._prepare import PreparedBatch
-from ._base import MetricFamily, evaluate_family, thread_pool
+from ._base import MetricFamily, evaluate_family
 from ._wfm_kernel import weighted_fmeasure_batch
 
 
@@ -52,9 +52,8 @@ def _wfmeasure_update(prep: PreparedBatch) -> dict[str, Tensor]:
     q = prep.q.to(torch.uint8).cpu().numpy()  # bytes: a quarter of the int32 map to copy from a GPU
     gt = np.ascontiguousarray(prep.gt.cpu().numpy())
     values = np.ascontiguousarray(prep.values.cpu().numpy())
-    threads = max(1, torch.get_num_threads())  # as many as torch uses, this one included
-    pool = thread_pool("wfm", threads - 1) if threads > 1 else None
-    result = weighted_fmeasure_batch(q, gt, values, _KERNEL, pool, threads)
+    # As many threads as torch uses, this one included.
+    result = weighted_fmeasure_batch(q, gt, values, _KERNEL, threads=max(1, torch.get_num_threads()))
     return {"sum_wfm": torch.from_numpy(result).to(prep.device)}
 
 
